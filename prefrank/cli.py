@@ -1,0 +1,249 @@
+"""The prefrank command line: serve, index documents, search, rerank, describe the models."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from prefrank import errors
+
+logger = logging.getLogger("prefrank.cli")
+
+ADDRESS_ENV = "PREFRANK_ADDRESS"
+API_KEY_ENV = "PREFRANK_API_KEY"
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one --flag per ServerConfig field; help names the PREFRANK_* variable and the default."""
+    from prefrank.config import ENV_PREFIX, ServerConfig, field_type
+
+    for f in dataclasses.fields(ServerConfig):
+        kind = field_type(f)
+        env = ENV_PREFIX + f.name.upper()
+        shown = "(empty)" if f.default == "" else f.default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, default=None,
+            type=str if kind is bool else kind, metavar=kind.__name__.upper(),
+            help=f"{f.metadata['help']} [env {env}, default {shown}]",
+        )
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from prefrank.client import PrefrankClient
+
+    return PrefrankClient(args.address, api_key=os.environ.get(API_KEY_ENV, ""), timeout=args.timeout)
+
+
+def _add_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=os.environ.get(ADDRESS_ENV, "127.0.0.1:50051"),
+                        help=f"server host:port [env {ADDRESS_ENV}, default 127.0.0.1:50051]")
+    parser.add_argument("--timeout", type=float, default=120.0, help="deadline per call in seconds")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+# --- commands ---
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from prefrank.config import ServerConfig, parse_value
+    from prefrank.server.app import serve
+
+    overrides = {}
+    for f in dataclasses.fields(ServerConfig):
+        raw = getattr(args, f.name)
+        if raw is not None:
+            overrides[f.name] = parse_value(f, str(raw), source="--" + f.name.replace("_", "-"))
+    return serve(ServerConfig.from_env(**overrides))
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from prefrank.tabular import DocumentColumns, ReadReport, count_rows, read_documents
+
+    path = pathlib.Path(args.file)
+    metadata = None if args.metadata_columns is None else tuple(c for c in args.metadata_columns.split(",") if c)
+    columns = DocumentColumns(id=args.id_column, text=args.text_column,
+                              title=args.title_column or None, metadata=metadata)
+    report = ReadReport()
+    totals = {"inserted": 0, "replaced": 0, "truncated": 0}
+    with _client(args) as client, tqdm(total=count_rows(path), desc=f"indexing {path.name}", unit="doc") as bar:
+        pending: dict[str, dict] = {}
+
+        def flush() -> None:
+            if pending:
+                result = client.upsert(list(pending.values()))
+                for key in totals:
+                    totals[key] += getattr(result, key)
+                bar.update(len(pending))
+                pending.clear()
+
+        for batch in read_documents(path, columns, report=report):
+            for doc in batch:
+                # A repeated id within one request is rejected, so send the earlier one first;
+                # the later row then replaces it, as upsert semantics promise.
+                if doc["id"] in pending or len(pending) >= args.batch_size:
+                    flush()
+                pending[doc["id"]] = doc
+        flush()
+
+    skipped = sum(len(lines) for lines in report.skipped.values())
+    print(f"{report.rows} rows read: {totals['inserted']} inserted, {totals['replaced']} replaced, "
+          f"{skipped} skipped, {totals['truncated']} truncated to the retriever's max length")
+    for reason, lines in report.skipped.items():
+        shown = ", ".join(map(str, lines[:20])) + (" ..." if len(lines) > 20 else "")
+        print(f"  skipped ({reason}): {len(lines)} rows, lines {shown}", file=sys.stderr)
+    return 0
+
+
+def cmd_index_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(f"{client.delete(args.ids)} deleted")
+    return 0
+
+
+def cmd_index_stats(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    with _client(args) as client:
+        stats = json_format.MessageToDict(client.stats(), always_print_fields_with_no_presence=True)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    filters = dict(_parse_filter(item) for item in args.filter)
+    with _client(args) as client:
+        hits = client.search(args.query, top_k=args.top_k, top_n=args.top_n, filter=filters,
+                             return_documents=True)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False, indent=2))
+        return 0
+    print(f"{'rank':>4}  {'score':>8}  {'relevance':>9}  {'id':<16} title / text")
+    for rank, hit in enumerate(hits, start=1):
+        snippet = (hit.title or hit.text).replace("\n", " ")[:70]
+        print(f"{rank:>4}  {hit.score:>8.4f}  {hit.relevance_score:>9.4f}  {hit.id:<16} {snippet}")
+    return 0
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    candidates: list[Any] = list(args.candidate)
+    if args.file:
+        from prefrank.tabular import DocumentColumns, read_documents
+
+        columns = DocumentColumns(id=args.id_column, text=args.text_column, title=None, metadata=())
+        for batch in read_documents(pathlib.Path(args.file), columns):
+            candidates.extend({"id": d["id"], "text": d["text"]} for d in batch)
+    if not candidates:
+        raise errors.InvalidArgumentError("candidates: give at least one --candidate TEXT or --file FILE")
+    with _client(args) as client:
+        response = client.rerank(args.query, candidates, top_n=args.top_n, return_documents=True)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(response), ensure_ascii=False, indent=2))
+        return 0
+    print(f"scorer {response.scorer} (model {response.model_version})")
+    print(f"{'rank':>4}  {'score':>8}  {'relevance':>9}  {'index':>5}  {'id':<12} text")
+    for rank, result in enumerate(response.results, start=1):
+        cut = " [truncated]" if result.truncated else ""
+        print(f"{rank:>4}  {result.score:>8.4f}  {result.relevance_score:>9.4f}  {result.index:>5}  "
+              f"{result.id:<12} {result.text.replace(chr(10), ' ')[:60]}{cut}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    with _client(args) as client:
+        info = json_format.MessageToDict(client.info(), always_print_fields_with_no_presence=True)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _parse_filter(item: str) -> tuple[str, Any]:
+    """Parse KEY=VALUE; VALUE is read as JSON when it parses (numbers, true/false), else as a string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise errors.InvalidArgumentError(f"--filter {item!r}: expected KEY=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+# --- parser ---
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prefrank", description="Preference-trained reranking service.")
+    parser.add_argument("--log-level", default=os.environ.get("PREFRANK_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level [env PREFRANK_LOG_LEVEL]")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    _add_config_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    index = commands.add_parser("index", help="manage the server's document index")
+    index_commands = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    add = index_commands.add_parser("add", help="upsert documents from a JSONL, CSV, TSV or Parquet file")
+    add.add_argument("file", help="document file (.jsonl, .csv, .tsv, .parquet; .gz allowed except Parquet)")
+    add.add_argument("--id-column", default="id", help="column with the document id (default: id)")
+    add.add_argument("--text-column", default="text", help="column with the document text (default: text)")
+    add.add_argument("--title-column", default="title", help="column with the title; '' for none (default: title)")
+    add.add_argument("--metadata-columns", default=None,
+                     help="comma-separated metadata columns (default: every other column; '' for none)")
+    add.add_argument("--batch-size", type=int, default=64, help="documents per Upsert call (default: 64)")
+    _add_client_flags(add)
+    add.set_defaults(func=cmd_index_add)
+    delete = index_commands.add_parser("delete", help="delete documents by id (all or nothing)")
+    delete.add_argument("ids", nargs="+", help="document ids")
+    _add_client_flags(delete)
+    delete.set_defaults(func=cmd_index_delete)
+    stats = index_commands.add_parser("stats", help="print index statistics")
+    _add_client_flags(stats)
+    stats.set_defaults(func=cmd_index_stats)
+
+    search = commands.add_parser("search", help="search the index and rerank the hits")
+    search.add_argument("query")
+    search.add_argument("--top-k", type=int, default=0,
+                        help="documents retrieved before reranking (0 = server default)")
+    search.add_argument("--top-n", type=int, default=0, help="results shown (0 = server default)")
+    search.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="metadata equality filter; repeat for several (VALUE as JSON when it parses)")
+    _add_client_flags(search)
+    search.set_defaults(func=cmd_search)
+
+    rerank = commands.add_parser("rerank", help="rerank candidate texts for a query")
+    rerank.add_argument("query")
+    rerank.add_argument("--candidate", action="append", default=[], metavar="TEXT", help="a candidate; repeat")
+    rerank.add_argument("--file", help="candidates from a JSONL/CSV/TSV/Parquet file")
+    rerank.add_argument("--id-column", default="id", help="id column of --file (default: id)")
+    rerank.add_argument("--text-column", default="text", help="text column of --file (default: text)")
+    rerank.add_argument("--top-n", type=int, default=0, help="results shown (0 = all)")
+    _add_client_flags(rerank)
+    rerank.set_defaults(func=cmd_rerank)
+
+    info = commands.add_parser("info", help="print the loaded models and limits")
+    _add_client_flags(info)
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except errors.PrefrankError as err:
+        print(f"prefrank: error: {err.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The gRPC service: servicers, interceptors, health, lifecycle."""
