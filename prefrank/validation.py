@@ -30,14 +30,19 @@ def check_count(field: str, count: int, limit: int, noun: str) -> None:
         )
 
 
-def check_unique_ids(field: str, ids: Sequence[str]) -> None:
-    """Reject empty ids and ids that occur more than once."""
+def check_unique_ids(field: str, ids: Sequence[str], id_field: str = ".id") -> None:
+    """Reject empty ids and ids that occur more than once.
+
+    Args:
+        id_field: Suffix that names the id within one item: ".id" for messages with an id field,
+            "" for a plain list of ids.
+    """
     seen: set[str] = set()
     for position, item_id in enumerate(ids):
         if not item_id:
-            raise InvalidArgumentError(f"{field}[{position}].id: must not be empty")
+            raise InvalidArgumentError(f"{field}[{position}]{id_field}: must not be empty")
         if item_id in seen:
-            raise InvalidArgumentError(f"{field}[{position}].id: duplicate id {item_id!r}; ids must be unique")
+            raise InvalidArgumentError(f"{field}[{position}]{id_field}: duplicate id {item_id!r}; ids must be unique")
         seen.add(item_id)
 
 

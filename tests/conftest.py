@@ -27,9 +27,9 @@ def require_data(name: str) -> pathlib.Path:
     return path
 
 
-def make_config(data_dir: pathlib.Path, **overrides: object) -> ServerConfig:
+def make_config(index_dir: pathlib.Path, **overrides: object) -> ServerConfig:
     """A config for tests: loopback, free port, small snapshot interval, no environment overrides."""
-    values = {"host": "127.0.0.1", "port": 0, "data_dir": str(data_dir), "snapshot_seconds": 1.0,
+    values = {"host": "127.0.0.1", "port": 0, "index_dir": str(index_dir), "snapshot_seconds": 1.0,
               "workers": 4, "grace_seconds": 2.0}
     values.update(overrides)
     return ServerConfig.from_env(environ={}, **values)
@@ -57,8 +57,8 @@ def start_server(tmp_path: pathlib.Path) -> Iterator:
     started: list[RunningServer] = []
 
     def start(**overrides: object) -> RunningServer:
-        data_dir = overrides.pop("data_dir", tmp_path / "data")
-        running = RunningServer(make_config(data_dir, **overrides))
+        index_dir = overrides.pop("index_dir", tmp_path / "data")
+        running = RunningServer(make_config(index_dir, **overrides))
         started.append(running)
         return running
 

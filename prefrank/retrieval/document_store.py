@@ -82,7 +82,13 @@ def filter_kind(key: str, value: Any) -> tuple[str, Any]:
         return "number", float(value)
     if isinstance(value, str):
         return "string", value
-    kind = "null" if value is None else type(value).__name__
+    # Callers send filters as a protobuf Struct, so a nested Struct is named "object", not "dict".
+    if value is None:
+        kind = "null"
+    elif isinstance(value, dict):
+        kind = "object"
+    else:
+        kind = type(value).__name__
     raise InvalidArgumentError(
         f"filter.{key}: unsupported filter value type {kind}; "
         "filters match strings, numbers or booleans by equality"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,11 @@ from prefrank.artifacts import model_version, resolve_model_dir
 from prefrank.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
+
+# Embeddings of this many recent texts are kept (384 floats each for MiniLM, about 15 MB).
+# NOTE: an embedding's last float bits depend on the batch it was computed in (padding), so only
+# single-text calls (search queries) use the cache; scores then stay identical across processes.
+EMBEDDING_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,8 @@ class ModelDescription:
     path: str
     embedding_dim: int
     max_length: int
+    backend: str = "fp32"
+    parity: str = ""
 
 
 class BiEncoder:
@@ -56,6 +64,8 @@ class BiEncoder:
         # NOTE: one forward pass at a time. torch already uses every core for one batch, and
         # concurrent passes would only oversubscribe the threads.
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self.description = ModelDescription(
             name=directory.name if directory.name != "model" else directory.parent.name,
             version=model_version(directory),
@@ -91,11 +101,32 @@ class BiEncoder:
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def encode_cached(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts like ``encode``, reusing embeddings of recently seen texts (LRU)."""
+        with self._cache_lock:
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+            for text in found:
+                self._cache.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            fresh = dict(zip(missing, self.encode(missing), strict=True))
+            found.update(fresh)
+            with self._cache_lock:
+                self._cache.update(fresh)
+                while len(self._cache) > EMBEDDING_CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.vstack([found[t] for t in texts])
+
     def truncated(self, texts: Sequence[str]) -> list[bool]:
         """Return for each text whether it exceeds the max length and is cut when embedded."""
         if not texts:
             return []
-        encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False)
+        # The lock that serialises encode: the fast tokenizer's padding and truncation settings
+        # are shared state, and changing them during an encode breaks that batch.
+        with self._lock:
+            encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False)
         return [len(ids) > self.description.max_length for ids in encoded["input_ids"]]
 
 

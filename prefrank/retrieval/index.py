@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import pathlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from prefrank.errors import NotFoundError
+from prefrank.errors import IndexCorruptError, NotFoundError
 from prefrank.retrieval.document_store import DocumentStore, StoredDocument, UpsertCounts
 from prefrank.retrieval.encoder import BiEncoder
 from prefrank.retrieval.vector_index import IndexSpec, VectorIndex
@@ -42,7 +42,7 @@ class DocumentIndex:
     SQLite commits every write before it is acknowledged. The FAISS index is a derived snapshot:
     it is saved every ``snapshot_seconds`` after a change and on ``close``, tagged with the
     store's generation. At start-up a snapshot whose generation differs from the store's, or
-    that is missing, is rebuilt from the stored vectors, so a crash loses no acknowledged write.
+    that is missing or unreadable, is rebuilt from the stored vectors, so a crash loses no acknowledged write.
 
     Args:
         directory: Data directory for ``documents.sqlite3`` and the FAISS snapshot.
@@ -79,7 +79,12 @@ class DocumentIndex:
         self._store.set_state("retriever_version", version)
 
     def _load_or_rebuild(self) -> VectorIndex:
-        loaded = VectorIndex.load(self.directory, self.spec)
+        try:
+            loaded = VectorIndex.load(self.directory, self.spec)
+        except IndexCorruptError as err:
+            # The snapshot is derived from the document store, so an unreadable one is rebuilt.
+            logger.warning("%s; rebuilding it from the document store", err.message)
+            loaded = None
         generation = self._store.generation
         if loaded is not None and loaded[1] == generation and loaded[0].size == self._store.count():
             logger.info("Loaded FAISS snapshot: %d vectors (generation %d)", loaded[0].size, generation)
@@ -116,7 +121,8 @@ class DocumentIndex:
             if counts.replaced_vector_ids and not self._vectors.supports_remove:
                 self._vectors = self._rebuild()
             else:
-                self._vectors.remove(np.array(counts.replaced_vector_ids, dtype=np.int64))
+                if counts.replaced_vector_ids:
+                    self._vectors.remove(np.array(counts.replaced_vector_ids, dtype=np.int64))
                 self._vectors.add(np.array(counts.vector_ids, dtype=np.int64), vectors)
             self._dirty = True
         return UpsertResult(counts.inserted, counts.replaced, sum(cut))
@@ -182,6 +188,24 @@ class DocumentIndex:
         with self._lock:
             return self._store.count()
 
+    def iter_documents(self, batch: int = 256) -> Iterator[list[StoredDocument]]:
+        """Yield batches of every stored document in vector id order, each batch read under the lock.
+
+        Writes may land between batches; a caller that needs a consistent view must stop them.
+        """
+        batches = self._store.iter_contents(batch)
+        while True:
+            with self._lock:
+                documents = next(batches, None)
+            if documents is None:
+                return
+            yield documents
+
     @property
     def vector_count(self) -> int:
         return self._vectors.size
+
+    @property
+    def retriever_version(self) -> str:
+        """Version of the retriever whose vectors this index holds."""
+        return self._encoder.description.version
