@@ -36,9 +36,20 @@ class Scorer(abc.ABC):
         """The model that produces the scores."""
 
     @abc.abstractmethod
-    def score(self, query: str, texts: Sequence[str]) -> ScoreBatch:
-        """Score each text against the query."""
+    def score(self, query: str, texts: Sequence[str], deadline: float | None = None) -> ScoreBatch:
+        """Score each text against the query.
+
+        Args:
+            deadline: ``time.monotonic()`` value after which the work is abandoned.
+
+        Raises:
+            DeadlineExceededError: the deadline passed first.
+            ResourceExhaustedError: the scorer's queue is full.
+        """
 
     @abc.abstractmethod
     def relevance(self, scores: np.ndarray) -> np.ndarray:
         """Map raw scores monotonically into [0, 1]."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most scorers hold no threads
+        """Release worker threads; the scorer must not be used afterwards."""

@@ -25,7 +25,7 @@ class CosineScorer(Scorer):
     def description(self) -> ModelDescription:
         return self._encoder.description
 
-    def score(self, query: str, texts: Sequence[str]) -> ScoreBatch:
+    def score(self, query: str, texts: Sequence[str], deadline: float | None = None) -> ScoreBatch:
         vectors = self._encoder.encode([query, *texts])
         scores = (vectors[1:] @ vectors[0]).astype(np.float64)
         return ScoreBatch(np.clip(scores, -1.0, 1.0), self._encoder.truncated(texts))
