@@ -1,4 +1,4 @@
-"""The prefrank command line: serve, index documents, search, rerank, describe the models."""
+"""The prefrank command line: serve, index documents, search, rerank, score files, describe the models."""
 
 from __future__ import annotations
 
@@ -20,11 +20,18 @@ ADDRESS_ENV = "PREFRANK_ADDRESS"
 API_KEY_ENV = "PREFRANK_API_KEY"
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one --flag per ServerConfig field; help names the PREFRANK_* variable and the default."""
+# ServerConfig fields that batch scoring uses: the models and the per-request limits.
+SCORE_CONFIG_FIELDS = ("models_dir", "retriever_model", "reward_model", "backend", "device", "torch_threads",
+                       "batch_size", "max_candidates", "max_text_chars")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """Add one --flag per ServerConfig field (or per field in names); help names the PREFRANK_* variable."""
     from prefrank.config import ENV_PREFIX, ServerConfig, field_type
 
     for f in dataclasses.fields(ServerConfig):
+        if names is not None and f.name not in names:
+            continue
         kind = field_type(f)
         env = ENV_PREFIX + f.name.upper()
         shown = "(empty)" if f.default == "" else f.default
@@ -60,6 +67,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if raw is not None:
             overrides[f.name] = parse_value(f, str(raw), source="--" + f.name.replace("_", "-"))
     return serve(ServerConfig.from_env(**overrides))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from prefrank.batch import BatchConfig, ScoreColumns, score_file
+    from prefrank.config import ServerConfig, parse_value
+
+    overrides = {}
+    for f in dataclasses.fields(ServerConfig):
+        raw = getattr(args, f.name, None)
+        if f.name in SCORE_CONFIG_FIELDS and raw is not None:
+            overrides[f.name] = parse_value(f, str(raw), source="--" + f.name.replace("_", "-"))
+    if "max_candidates" in overrides:
+        # Search is never called here; keep its default depth valid under a smaller limit.
+        overrides["search_top_k"] = min(ServerConfig.search_top_k, overrides["max_candidates"])
+    columns = ScoreColumns(query=args.query_column, text=args.text_column,
+                           query_id=args.query_id_column or None, candidate_id=args.candidate_id_column or None)
+    config = BatchConfig(
+        input=pathlib.Path(args.input), output=pathlib.Path(args.output),
+        rejects=pathlib.Path(args.rejects) if args.rejects else None, columns=columns,
+        chunk_rows=args.chunk_rows, part_rows=args.part_rows, resume=args.resume, overwrite=args.overwrite,
+        engine=args.engine, ray_actors=args.ray_actors,
+        work_dir=pathlib.Path(args.work_dir) if args.work_dir else None, progress=not args.no_progress,
+    )
+    summary = score_file(config, ServerConfig.from_env(**overrides))
+    print(f"{summary.rows_read} rows read: {summary.rows_scored} scored in {summary.groups} query groups, "
+          f"{summary.rows_rejected} rejected; {summary.elapsed_seconds:.1f} s, "
+          f"{summary.rows_per_second:.1f} rows/s")
+    for kind, count in sorted(summary.rejected_by_kind.items()):
+        print(f"  rejected ({kind}): {count}")
+    print(f"output   {summary.output}")
+    print(f"rejects  {summary.rejects}")
+    print(f"manifest {summary.manifest}")
+    return 0
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
@@ -228,6 +268,34 @@ def make_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--top-n", type=int, default=0, help="results shown (0 = all)")
     _add_client_flags(rerank)
     rerank.set_defaults(func=cmd_rerank)
+
+    score = commands.add_parser("score", help="score a candidate file offline (local or Ray)")
+    score.add_argument("input", help="candidate file (.csv, .tsv, .jsonl, .jsonl.gz, .parquet)")
+    score.add_argument("-o", "--output", required=True,
+                       help="scored file; its suffix picks the format (.csv, .tsv, .jsonl[.gz], .parquet)")
+    score.add_argument("--query-column", default="query", help="column with the query text (default: query)")
+    score.add_argument("--text-column", default="text", help="column with the candidate text (default: text)")
+    score.add_argument("--query-id-column", default="",
+                       help="column with the query id; rows of one query must be adjacent "
+                            "(default: none, adjacent rows with equal query text form a query)")
+    score.add_argument("--candidate-id-column", default="",
+                       help="column with the candidate id, unique within a query (default: none)")
+    score.add_argument("--rejects", default="", help="rejected rows as JSONL (default: OUTPUT.rejects.jsonl)")
+    score.add_argument("--chunk-rows", type=int, default=10_000, help="rows read at a time (default: 10000)")
+    score.add_argument("--part-rows", type=int, default=10_000,
+                       help="scored rows per checkpoint part (default: 10000)")
+    score.add_argument("--resume", action="store_true", help="continue an interrupted run (local engine)")
+    score.add_argument("--overwrite", action="store_true", help="replace an existing output or unfinished run")
+    score.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="'local' scores in this process; 'ray' uses Ray Data (needs prefrank[ray]; "
+                            "RAY_ADDRESS selects a cluster, else a local Ray starts)")
+    score.add_argument("--ray-actors", type=int, default=2, help="Ray scoring actors, one model each (default: 2)")
+    score.add_argument("--work-dir", default="",
+                       help="Ray engine: directory for staged shards, shared by all Ray nodes "
+                            "(default: a temporary directory beside the output)")
+    score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_config_flags(score, SCORE_CONFIG_FIELDS)
+    score.set_defaults(func=cmd_score)
 
     info = commands.add_parser("info", help="print the loaded models and limits")
     _add_client_flags(info)
