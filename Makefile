@@ -11,15 +11,15 @@ export PREFRANK_DATA_DIR
 export HF_HUB_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint protos eval-search bench clean
+.PHONY: help install run test lint protos eval-search train-reward eval-reward bench bench-throughput clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==$(PIP_VERSION)
-	$(PY) -m pip install --quiet -e '.[train,dev]'
+	$(PY) -m pip install --quiet -e '.[train,dev,ray]'
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install prefrank with every extra
@@ -39,8 +39,31 @@ protos: install  ## regenerate prefrank/proto from protos/
 eval-search: install  ## index SciFact through the CLI and evaluate Search over gRPC
 	$(PY) -m training.eval_search
 
+# --- reward model (training/train_reward.py, training/evaluate_reward.py) ---
+# RECIPE names recipes/<RECIPE>.toml; ARGS overrides recipe settings, e.g.
+# make train-reward RECIPE=search-scifact ARGS="--max-pairs 2000 --epochs 1"
+RECIPE ?= translation-mqm-zhen
+ARGS ?=
+
+train-reward: install  ## prepare RECIPE's data, train the reward model, evaluate it (artifacts/reward/)
+	$(PY) -m training.train_reward --recipe $(RECIPE) $(ARGS)
+
+eval-reward: install  ## evaluate RECIPE's latest reward model and the baselines on its test split
+	$(PY) -m training.evaluate_reward --recipe $(RECIPE) $(ARGS)
+# --- end reward model ---
+
 bench: install  ## gRPC Rerank vs in-process scoring; results go to BENCHMARKS.md by hand
 	$(PY) bench/rerank_latency.py
+
+# Infinity, the comparison server, lives in its own venv so its pins never touch ours.
+INFINITY_VENV := build/infinity-venv
+$(INFINITY_VENV)/bin/infinity_emb:
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/pip install --quiet --upgrade pip==$(PIP_VERSION)
+	$(INFINITY_VENV)/bin/pip install --quiet torch==2.13.0 "infinity-emb[server,torch]==0.0.78"
+
+bench-throughput: install $(INFINITY_VENV)/bin/infinity_emb  ## backends, latency, concurrency, Infinity
+	$(PY) bench/rerank_throughput.py
 
 clean:  ## remove the virtual environment and caches (keeps ./prefrank-data)
 	rm -rf $(VENV) .pytest_cache build *.egg-info

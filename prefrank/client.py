@@ -218,6 +218,14 @@ class PrefrankClient:
     def info(self, timeout: float | None = None) -> pb.GetInfoResponse:
         return self._call(self._models.GetInfo, pb.GetInfoRequest(), timeout)
 
+    def reload(self, timeout: float | None = None) -> pb.ReloadResponse:
+        """Ask the server to load the 'current' model bundle and swap it in.
+
+        Raises:
+            errors.FailedPreconditionError: the bundle did not load; the server keeps the old one.
+        """
+        return self._call(self._models.Reload, pb.ReloadRequest(), timeout)
+
     def health(self, service: str = "", timeout: float | None = None) -> str:
         """Return the health status name ("SERVING", "NOT_SERVING", ...) of a service ("" = server)."""
         response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)

@@ -45,18 +45,33 @@ class ServerConfig:
     reward_model: str = _setting(
         "", "sentence-transformers CrossEncoder directory; empty ranks by the retriever cosine"
     )
+    models_dir: str = _setting(
+        "", "directory of versioned model bundles; when it has a 'current' bundle, the retriever, reward "
+        "model and score fusion load from it (retriever_model and reward_model still win when set); "
+        "empty loads no bundle"
+    )
     device: str = _setting("cpu", "torch device for both models")
     torch_threads: int = _setting(0, "torch intra-op threads; 0 uses one per CPU core")
-    batch_size: int = _setting(32, "pairs or texts per model forward pass")
+    batch_size: int = _setting(32, "most pairs or texts per model forward pass")
+    backend: str = _setting(
+        "auto", "reward model inference: fp32, bf16, int8, or auto (bf16 where the CPU has bf16 instructions "
+        "and it passes the parity check against fp32)"
+    )
+    max_batch_tokens: int = _setting(8192, "most padded tokens per reward model forward pass")
+    max_wait_ms: float = _setting(2.0, "milliseconds a request waits for others to share its batch")
+    max_queued_pairs: int = _setting(
+        20000, "pairs waiting for the reward model before requests get RESOURCE_EXHAUSTED"
+    )
 
     # --- index ---
-    data_dir: str = _setting("prefrank-data", "directory of the FAISS snapshot and the SQLite store")
+    index_dir: str = _setting("prefrank-data", "directory of the FAISS snapshot and the SQLite document store")
     index_type: IndexType = _setting("flat", "'flat' (exact inner product) or 'hnsw' (approximate)")
     hnsw_m: int = _setting(32, "HNSW graph degree (index_type=hnsw)")
     hnsw_ef_construction: int = _setting(200, "HNSW build-time search depth (index_type=hnsw)")
     hnsw_ef_search: int = _setting(128, "HNSW query-time search depth (index_type=hnsw)")
     snapshot_seconds: float = _setting(
-        30.0, "seconds between FAISS snapshots after a change; SQLite commits every write at once"
+        30.0, "seconds between FAISS snapshots after a change; 0 saves only at shutdown "
+        "(SQLite commits every write at once, so a crash loses no acknowledged write either way)"
     )
 
     # --- request limits ---
@@ -66,13 +81,23 @@ class ServerConfig:
     search_top_n: int = _setting(10, "results returned when a Search sets no top_n")
 
     def __post_init__(self) -> None:
-        positive = ("workers", "max_message_bytes", "batch_size", "hnsw_m", "hnsw_ef_construction",
+        positive = ("workers", "max_message_bytes", "batch_size", "max_batch_tokens", "max_queued_pairs",
+                    "hnsw_m", "hnsw_ef_construction",
                     "hnsw_ef_search", "max_candidates", "max_text_chars", "search_top_k", "search_top_n")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        if self.max_queued_pairs < self.max_candidates:
+            raise ConfigError(
+                f"max_queued_pairs ({self.max_queued_pairs}) must be >= max_candidates ({self.max_candidates}), "
+                "or a full-size request could never be queued"
+            )
+        if self.backend not in ("auto", "fp32", "bf16", "int8"):
+            raise ConfigError(f"backend must be 'auto', 'fp32', 'bf16' or 'int8', got {self.backend!r}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.index_type not in typing.get_args(IndexType):
             raise ConfigError(f"index_type must be 'flat' or 'hnsw', got {self.index_type!r}")
         if self.search_top_k > self.max_candidates:
@@ -83,8 +108,8 @@ class ServerConfig:
             raise ConfigError("torch_threads, grace_seconds and snapshot_seconds must be >= 0")
 
     @property
-    def data_path(self) -> pathlib.Path:
-        return pathlib.Path(self.data_dir).expanduser()
+    def index_path(self) -> pathlib.Path:
+        return pathlib.Path(self.index_dir).expanduser()
 
     @classmethod
     def from_env(cls, environ: typing.Mapping[str, str] | None = None, **overrides: Any) -> ServerConfig:

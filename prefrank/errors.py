@@ -50,3 +50,14 @@ class ModelLoadError(PrefrankError):
 
 class IndexCorruptError(PrefrankError):
     """The stored index or document store does not load and cannot be rebuilt."""
+
+
+class FailedPreconditionError(PrefrankError):
+    """The system is not in a state the operation needs, e.g. a model bundle that does not load.
+
+    Retrying the same call does not help until that state is fixed.
+    """
+
+
+class PromotionRejectedError(PrefrankError):
+    """A candidate model bundle scores worse than the current one beyond the allowed tolerance."""

@@ -15,8 +15,10 @@ from prefrank.config import ServerConfig
 from prefrank.errors import ConfigError, PrefrankError
 from prefrank.proto.prefrank.v1 import prefrank_pb2 as pb
 from prefrank.proto.prefrank.v1 import prefrank_pb2_grpc as pb_grpc
+from prefrank.reloading import mark_active_store
 from prefrank.runtime import load_runtime
 from prefrank.server.interceptors import ApiKeyInterceptor, ErrorInterceptor
+from prefrank.server.reload import Reloader
 from prefrank.server.servicer import IndexServicer, ModelsServicer, RerankerServicer, ServiceState
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class PrefrankServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.state = ServiceState()
+        self.reloader = Reloader(config, self.state)
         self._ready = threading.Event()
         self._stopped = threading.Event()
         self._snapshot_thread: threading.Thread | None = None
@@ -68,7 +71,7 @@ class PrefrankServer:
         )
         pb_grpc.add_RerankerServicer_to_server(RerankerServicer(self.state), self._server)
         pb_grpc.add_IndexServicer_to_server(IndexServicer(self.state), self._server)
-        pb_grpc.add_ModelsServicer_to_server(ModelsServicer(self.state), self._server)
+        pb_grpc.add_ModelsServicer_to_server(ModelsServicer(self.state, self.reloader), self._server)
 
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -110,6 +113,7 @@ class PrefrankServer:
             self._ready.set()
             return
         self.state.set_ready(runtime)
+        mark_active_store(runtime.config, runtime.index)
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._ready.set()
@@ -129,7 +133,9 @@ class PrefrankServer:
         return self.state.runtime is not None
 
     def _snapshot_loop(self) -> None:
-        interval = self.config.snapshot_seconds or 30.0
+        interval = self.config.snapshot_seconds
+        if interval == 0:
+            return
         while not self._stopped.wait(interval):
             runtime = self.state.runtime
             if runtime is None:
@@ -166,8 +172,14 @@ def serve(config: ServerConfig) -> int:
         logger.info("Received %s", signal.Signals(signum).name)
         stop_requested.set()
 
+    def request_reload(signum: int, _frame: object) -> None:
+        # The handler runs on the main thread between bytecodes: hand the slow reload to a thread.
+        logger.info("Received %s; reloading the 'current' bundle", signal.Signals(signum).name)
+        threading.Thread(target=server.reloader.reload_logged, name="prefrank-reload", daemon=True).start()
+
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
     server.start()
 
     # Wait for loading, then for a signal. A failed start-up stops the process with exit code 1.

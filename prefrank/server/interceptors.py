@@ -22,6 +22,7 @@ STATUS_CODES: dict[type[errors.PrefrankError], grpc.StatusCode] = {
     errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
     errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     errors.DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 # Methods that stay reachable without credentials, so probes and tooling work.

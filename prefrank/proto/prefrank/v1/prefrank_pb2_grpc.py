@@ -49,6 +49,11 @@ class RerankerStub:
                 request_serializer=prefrank_dot_v1_dot_prefrank__pb2.SearchRequest.SerializeToString,
                 response_deserializer=prefrank_dot_v1_dot_prefrank__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.ScoreStream = channel.stream_stream(
+                '/prefrank.v1.Reranker/ScoreStream',
+                request_serializer=prefrank_dot_v1_dot_prefrank__pb2.ScoreStreamRequest.SerializeToString,
+                response_deserializer=prefrank_dot_v1_dot_prefrank__pb2.ScoreStreamResponse.FromString,
+                _registered_method=True)
 
 
 class RerankerServicer:
@@ -73,6 +78,18 @@ class RerankerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreStream(self, request_iterator, context):
+        """ScoreStream reranks a stream of queries, each with its own candidates, over one call.
+        Responses come back in request order, one per request, tagged with the caller's request_id.
+        The server scores one request of a stream at a time and reads the next request only after
+        sending the previous response, so HTTP/2 flow control bounds the work a stream holds; a
+        client should keep a bounded number of requests unanswered (prefrank.batch.stream does).
+        A request that fails validation gets a response with `error` set; the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RerankerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -85,6 +102,11 @@ def add_RerankerServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=prefrank_dot_v1_dot_prefrank__pb2.SearchRequest.FromString,
                     response_serializer=prefrank_dot_v1_dot_prefrank__pb2.SearchResponse.SerializeToString,
+            ),
+            'ScoreStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ScoreStream,
+                    request_deserializer=prefrank_dot_v1_dot_prefrank__pb2.ScoreStreamRequest.FromString,
+                    response_serializer=prefrank_dot_v1_dot_prefrank__pb2.ScoreStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -146,6 +168,33 @@ class Reranker:
             '/prefrank.v1.Reranker/Search',
             prefrank_dot_v1_dot_prefrank__pb2.SearchRequest.SerializeToString,
             prefrank_dot_v1_dot_prefrank__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/prefrank.v1.Reranker/ScoreStream',
+            prefrank_dot_v1_dot_prefrank__pb2.ScoreStreamRequest.SerializeToString,
+            prefrank_dot_v1_dot_prefrank__pb2.ScoreStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -352,6 +401,11 @@ class ModelsStub:
                 request_serializer=prefrank_dot_v1_dot_prefrank__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=prefrank_dot_v1_dot_prefrank__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/prefrank.v1.Models/Reload',
+                request_serializer=prefrank_dot_v1_dot_prefrank__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=prefrank_dot_v1_dot_prefrank__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class ModelsServicer:
@@ -368,6 +422,16 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Reload loads the bundle that <models_dir>/current points to beside the serving one, warms
+        it and swaps it in; requests already running finish on the old models. When loading fails
+        the old bundle keeps serving and the call fails with FAILED_PRECONDITION and the reason.
+        SIGHUP to the server process starts the same reload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -375,6 +439,11 @@ def add_ModelsServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=prefrank_dot_v1_dot_prefrank__pb2.GetInfoRequest.FromString,
                     response_serializer=prefrank_dot_v1_dot_prefrank__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=prefrank_dot_v1_dot_prefrank__pb2.ReloadRequest.FromString,
+                    response_serializer=prefrank_dot_v1_dot_prefrank__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -409,6 +478,33 @@ class Models:
             '/prefrank.v1.Models/GetInfo',
             prefrank_dot_v1_dot_prefrank__pb2.GetInfoRequest.SerializeToString,
             prefrank_dot_v1_dot_prefrank__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prefrank.v1.Models/Reload',
+            prefrank_dot_v1_dot_prefrank__pb2.ReloadRequest.SerializeToString,
+            prefrank_dot_v1_dot_prefrank__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,
