@@ -108,6 +108,8 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     from prefrank.tabular import DocumentColumns, ReadReport, count_rows, read_documents
 
     path = pathlib.Path(args.file)
+    if not path.is_file():
+        raise errors.InvalidArgumentError(f"{path}: file not found")
     metadata = None if args.metadata_columns is None else tuple(c for c in args.metadata_columns.split(",") if c)
     columns = DocumentColumns(id=args.id_column, text=args.text_column,
                               title=args.title_column or None, metadata=metadata)
@@ -306,6 +308,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # faiss logs each CPU-specific build it probes and cannot load; harmless noise at start-up.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except errors.PrefrankError as err:

@@ -121,6 +121,7 @@ class PrefrankClient:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ])
+        self.address = address
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._timeout = timeout
         self._reranker = pb_grpc.RerankerStub(self._channel)
@@ -144,6 +145,8 @@ class PrefrankClient:
             code = err.code()
             cls = _ERRORS_BY_CODE.get(code)
             message = f"{code.name}: {err.details()}"
+            if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in (err.details() or ""):
+                message += f"; is a server running at {self.address}? Start one with `prefrank serve`"
             raise (cls(message) if cls else ClientError(message, code)) from err
 
     # --- Reranker ---

@@ -158,7 +158,8 @@ class DocumentIndex:
 
     def close(self) -> None:
         """Save a pending snapshot and close the store."""
-        self.snapshot()
+        if self.snapshot():
+            logger.info("Saved FAISS snapshot: %d vectors in %s", self._vectors.size, self.directory)
         with self._lock:
             self._store.close()
 
