@@ -30,7 +30,7 @@ from typing import Any
 
 from prefrank.artifacts import resolve_model_dir
 from prefrank.errors import ModelLoadError, PromotionRejectedError
-from prefrank.scoring.fusion import FUSION_FILE, FusionModel, load_fusion, save_fusion
+from prefrank.scoring.fusion import FUSION_FILE, FusionModel, header_problem, load_fusion, save_fusion
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +97,9 @@ class Manifest:
         def fail(problem: str) -> BundleError:
             return BundleError(f"{source}: {problem}")
 
-        if not isinstance(data, dict):
-            raise fail(f"expected a JSON object, got {type(data).__name__}")
-        unknown = sorted(set(data) - _MANIFEST_KEYS)
-        if unknown:
-            raise fail(f"unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_MANIFEST_KEYS))}")
-        if data.get("format") != MANIFEST_FORMAT:
-            raise fail(f"format must be {MANIFEST_FORMAT}, got {data.get('format')!r}")
+        problem = header_problem(data, _MANIFEST_KEYS, MANIFEST_FORMAT)
+        if problem:
+            raise fail(problem)
         for key in ("version", "created"):
             if not isinstance(data.get(key), str) or not data[key]:
                 raise fail(f"{key} must be a non-empty string, got {data.get(key)!r}")

@@ -196,14 +196,22 @@ class FusionModel:
             raise FusionFormatError(f"{source}: {err.message}") from err
 
 
-def _parse(data: Any) -> FusionModel:
+def header_problem(data: Any, allowed_keys: set[str], format_version: int) -> str | None:
+    """Describe what is wrong with a versioned JSON object's shape, keys and format, or return None."""
     if not isinstance(data, dict):
-        raise FusionFormatError(f"expected a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
+        return f"expected a JSON object, got {type(data).__name__}"
+    unknown = sorted(set(data) - allowed_keys)
     if unknown:
-        raise FusionFormatError(f"unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_TOP_LEVEL_KEYS))}")
-    if data.get("format") != FORMAT_VERSION:
-        raise FusionFormatError(f"format must be {FORMAT_VERSION}, got {data.get('format')!r}")
+        return f"unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(allowed_keys))}"
+    if data.get("format") != format_version:
+        return f"format must be {format_version}, got {data.get('format')!r}"
+    return None
+
+
+def _parse(data: Any) -> FusionModel:
+    problem = header_problem(data, _TOP_LEVEL_KEYS, FORMAT_VERSION)
+    if problem:
+        raise FusionFormatError(problem)
     weights = data.get("weights")
     if not isinstance(weights, dict) or not {"reward", "retriever"} <= set(weights):
         raise FusionFormatError("weights must be an object with 'reward' and 'retriever' (and optional 'first_stage')")
