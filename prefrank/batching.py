@@ -1,9 +1,9 @@
 """Dynamic micro-batching: concurrent requests share model forward passes.
 
 Each request submits its (query, text) pairs as one job. A single worker thread takes every job
-that arrives within ``max_wait_ms`` of the first, sorts all their pairs by token length so each
-batch pads little, cuts batches by a token budget, runs the model and routes each score back to
-its job. Pairs of one job may land in several batches, and one batch may serve several jobs.
+that arrives within ``max_wait_ms`` of the first and sorts all their pairs by token length, so
+each batch pads little. It then cuts batches by a token budget, runs the model and routes each
+score back to its job. Pairs of one job may land in several batches, and one batch may serve several jobs.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class DynamicBatcher:
             float64 array of shape (len(pairs),).
 
         Raises:
-            ResourceExhaustedError: the queue already holds max_queued_pairs pairs.
+            ResourceExhaustedError: the queue already contains max_queued_pairs pairs.
             DeadlineExceededError: the deadline passed before the scores were ready.
             UnavailableError: the batcher is closed.
         """

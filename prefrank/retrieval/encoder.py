@@ -17,14 +17,14 @@ from prefrank.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 # Embeddings of this many recent texts are kept (384 floats each for MiniLM, about 15 MB).
-# NOTE: an embedding's last float bits depend on the batch it was computed in (padding), so only
-# single-text calls (search queries) use the cache; scores then stay identical across processes.
+# NOTE: an embedding's last float bits depend on the padding of the batch it was computed in.
+# So only single-text calls (search queries) use the cache, and scores stay identical across processes.
 EMBEDDING_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
 class ModelDescription:
-    """What GetInfo reports about one loaded model."""
+    """Description of one loaded model, as GetInfo reports it."""
 
     name: str
     version: str

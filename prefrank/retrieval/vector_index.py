@@ -82,7 +82,7 @@ class VectorIndex:
         """Return the k best (scores, ids) per query, each of shape (n_queries, k').
 
         k' = min(k, number of searchable vectors). With allowed_ids, only those ids are searched.
-        Rows are sorted by descending score; ids are int64, and -1 marks padding when an
+        Rows are sorted by descending score and ids are int64. An id of -1 marks padding when an
         approximate search of several queries finds fewer than k' hits for some of them.
         """
         self._check_vectors(queries)
