@@ -11,7 +11,8 @@ export PREFRANK_DATA_DIR
 export HF_HUB_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint protos eval-search train-reward eval-reward bench bench-throughput clean
+.PHONY: help install run test lint protos eval-search train-reward eval-reward distill merge fit-fusion eval promote \
+	retrain bench bench-throughput clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -51,6 +52,31 @@ train-reward: install  ## prepare RECIPE's data, train the reward model, evaluat
 eval-reward: install  ## evaluate RECIPE's latest reward model and the baselines on its test split
 	$(PY) -m training.evaluate_reward --recipe $(RECIPE) $(ARGS)
 # --- end reward model ---
+
+# --- fusion loop (docs/fusion.md): each step reads the previous one's output ---
+distill: install  ## distil RECIPE's reward model into the retriever (artifacts/fuse/<recipe>/distilled)
+	$(PY) -m training.distill --recipe $(RECIPE) $(ARGS)
+
+merge: install  ## sweep alpha of base/distilled retriever merging on dev, keep the best (.../merged)
+	$(PY) -m training.merge --recipe $(RECIPE) $(ARGS)
+
+fit-fusion: install  ## fit fusion weights and calibration on dev (.../fusion.json)
+	$(PY) -m training.fit_fusion --recipe $(RECIPE) $(ARGS)
+
+eval: install  ## ablation on test; writes bundle models/<recipe>/<version> and reports/<version>/report.md
+	$(PY) -m training.evaluate_bundle --recipe $(RECIPE) $(ARGS)
+
+promote: install  ## point models/<recipe>/current at the newest bundle unless it is worse than current
+	$(PY) -m training.promote --recipe $(RECIPE) $(ARGS)
+
+retrain: install  ## the whole loop for RECIPE: train-reward, distill, merge, fit-fusion, eval, promote
+	$(MAKE) --no-print-directory train-reward RECIPE=$(RECIPE) ARGS='$(ARGS)'
+	$(MAKE) --no-print-directory distill RECIPE=$(RECIPE) ARGS='$(ARGS)'
+	$(MAKE) --no-print-directory merge RECIPE=$(RECIPE) ARGS='$(ARGS)'
+	$(MAKE) --no-print-directory fit-fusion RECIPE=$(RECIPE) ARGS='$(ARGS)'
+	$(MAKE) --no-print-directory eval RECIPE=$(RECIPE) ARGS='$(ARGS)'
+	$(MAKE) --no-print-directory promote RECIPE=$(RECIPE) ARGS='$(ARGS)'
+# --- end fusion loop ---
 
 bench: install  ## gRPC Rerank vs in-process scoring; results go to BENCHMARKS.md by hand
 	$(PY) bench/rerank_latency.py

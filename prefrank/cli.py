@@ -163,14 +163,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     filters = dict(_parse_filter(item) for item in args.filter)
     with _client(args) as client:
         hits = client.search(args.query, top_k=args.top_k, top_n=args.top_n, filter=filters,
-                             return_documents=True)
+                             return_documents=True, return_components=args.explain)
     if args.json:
         print(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False, indent=2))
         return 0
-    print(f"{'rank':>4}  {'score':>8}  {'relevance':>9}  {'id':<16} title / text")
+    print(f"{'rank':>4}  {'score':>8}  {'relevance':>9}  {_explain_header(args.explain)}{'id':<16} title / text")
     for rank, hit in enumerate(hits, start=1):
         snippet = (hit.title or hit.text).replace("\n", " ")[:70]
-        print(f"{rank:>4}  {hit.score:>8.4f}  {hit.relevance_score:>9.4f}  {hit.id:<16} {snippet}")
+        parts = _explain_cells(args.explain, hit.components)
+        print(f"{rank:>4}  {hit.score:>8.4f}  {hit.relevance_score:>9.4f}  {parts}{hit.id:<16} {snippet}")
     return 0
 
 
@@ -185,17 +186,34 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if not candidates:
         raise errors.InvalidArgumentError("candidates: give at least one --candidate TEXT or --file FILE")
     with _client(args) as client:
-        response = client.rerank(args.query, candidates, top_n=args.top_n, return_documents=True)
+        response = client.rerank(args.query, candidates, top_n=args.top_n, return_documents=True,
+                                 return_components=args.explain)
     if args.json:
         print(json.dumps(dataclasses.asdict(response), ensure_ascii=False, indent=2))
         return 0
-    print(f"scorer {response.scorer} (model {response.model_version})")
-    print(f"{'rank':>4}  {'score':>8}  {'relevance':>9}  {'index':>5}  {'id':<12} text")
+    bundle = f", bundle {response.bundle_version}" if response.bundle_version else ""
+    print(f"scorer {response.scorer} (model {response.model_version}{bundle})")
+    print(f"{'rank':>4}  {'score':>8}  {'relevance':>9}  {_explain_header(args.explain)}{'index':>5}  {'id':<12} text")
     for rank, result in enumerate(response.results, start=1):
         cut = " [truncated]" if result.truncated else ""
-        print(f"{rank:>4}  {result.score:>8.4f}  {result.relevance_score:>9.4f}  {result.index:>5}  "
-              f"{result.id:<12} {result.text.replace(chr(10), ' ')[:60]}{cut}")
+        parts = _explain_cells(args.explain, result.components)
+        print(f"{rank:>4}  {result.score:>8.4f}  {result.relevance_score:>9.4f}  {parts}"
+              f"{result.index:>5}  {result.id:<12} {result.text.replace(chr(10), ' ')[:60]}{cut}")
     return 0
+
+
+def _explain_header(explain: bool) -> str:
+    return f"{'retriever':>9}  {'reward':>8}  " if explain else ""
+
+
+def _explain_cells(explain: bool, components: Any) -> str:
+    if not explain:
+        return ""
+    if components is None:
+        # A server that does not return components (an older version) leaves both columns empty.
+        return f"{'-':>9}  {'-':>8}  "
+    reward = "-" if components.reward_score is None else f"{components.reward_score:.4f}"
+    return f"{components.retriever_score:>9.4f}  {reward:>8}  "
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -258,6 +276,8 @@ def make_parser() -> argparse.ArgumentParser:
     search.add_argument("--top-n", type=int, default=0, help="results shown (0 = server default)")
     search.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="metadata equality filter; repeat for several (VALUE as JSON when it parses)")
+    search.add_argument("--explain", action="store_true",
+                        help="show each result's retriever and reward scores (return_components)")
     _add_client_flags(search)
     search.set_defaults(func=cmd_search)
 
@@ -268,6 +288,8 @@ def make_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--id-column", default="id", help="id column of --file (default: id)")
     rerank.add_argument("--text-column", default="text", help="text column of --file (default: text)")
     rerank.add_argument("--top-n", type=int, default=0, help="results shown (0 = all)")
+    rerank.add_argument("--explain", action="store_true",
+                        help="show each result's retriever and reward scores (return_components)")
     _add_client_flags(rerank)
     rerank.set_defaults(func=cmd_rerank)
 

@@ -28,6 +28,23 @@ class ClientError(errors.PrefrankError):
 
 
 @dataclass(frozen=True)
+class Components:
+    """The parts of a result's score (requested with ``return_components``).
+
+    Attributes:
+        retriever_score: The retriever cosine.
+        reward_score: The reward model's logit; None when no reward model is loaded.
+        fused_score: The score results are ordered by (equals the result's score).
+        relevance: The calibrated relevance (equals the result's relevance_score).
+    """
+
+    retriever_score: float
+    reward_score: float | None
+    fused_score: float
+    relevance: float
+
+
+@dataclass(frozen=True)
 class RerankResult:
     """One reranked candidate; ``index`` is its 0-based position in the request."""
 
@@ -38,6 +55,7 @@ class RerankResult:
     truncated: bool
     text: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    components: Components | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,8 @@ class RerankResponse:
     truncated_indices: list[int]
     scorer: str
     model_version: str
+    #: The model bundle that produced the scores; empty without a bundle.
+    bundle_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,7 @@ class SearchResult:
     title: str = ""
     text: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    components: Components | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,7 @@ class PrefrankClient:
         top_n: int = 0,
         return_documents: bool = False,
         timeout: float | None = None,
+        return_components: bool = False,
     ) -> RerankResponse:
         """Order candidates for a query, best first.
 
@@ -165,17 +187,20 @@ class PrefrankClient:
             candidates: Texts (ids become their positions) or mappings with ``text`` and
                 optional ``id``, ``metadata`` and ``first_stage_score``.
             top_n: Results to return; 0 returns all.
+            return_components: Attach each result's Components (retriever, reward, fused, relevance).
         """
         request = pb.RerankRequest(
             query=query, candidates=[_as_candidate(i, c) for i, c in enumerate(candidates)],
-            top_n=top_n, return_documents=return_documents,
+            top_n=top_n, return_documents=return_documents, return_components=return_components,
         )
         response = self._call(self._reranker.Rerank, request, timeout)
         results = [
-            RerankResult(r.id, r.index, r.score, r.relevance_score, r.truncated, r.text, _to_dict(r, "metadata"))
+            RerankResult(r.id, r.index, r.score, r.relevance_score, r.truncated, r.text, _to_dict(r, "metadata"),
+                         _components(r))
             for r in response.results
         ]
-        return RerankResponse(results, list(response.truncated_indices), response.scorer, response.model_version)
+        return RerankResponse(results, list(response.truncated_indices), response.scorer, response.model_version,
+                              response.bundle_version)
 
     def search(
         self,
@@ -185,15 +210,17 @@ class PrefrankClient:
         filter: Mapping[str, Any] | None = None,  # noqa: A002 - the API field name
         return_documents: bool = False,
         timeout: float | None = None,
+        return_components: bool = False,
     ) -> list[SearchResult]:
         """Retrieve top_k documents (0 = server default), rerank, and return the best top_n."""
-        request = pb.SearchRequest(query=query, top_k=top_k, top_n=top_n, return_documents=return_documents)
+        request = pb.SearchRequest(query=query, top_k=top_k, top_n=top_n, return_documents=return_documents,
+                                   return_components=return_components)
         if filter:
             request.filter.CopyFrom(_struct(filter))
         response = self._call(self._reranker.Search, request, timeout)
         return [
             SearchResult(r.id, r.score, r.relevance_score, r.retrieval_score, r.retrieval_rank, r.truncated,
-                         r.title, r.text, _to_dict(r, "metadata"))
+                         r.title, r.text, _to_dict(r, "metadata"), _components(r))
             for r in response.results
         ]
 
@@ -253,3 +280,11 @@ class PrefrankClient:
                 last = err.message
             time.sleep(poll)
         raise errors.UnavailableError(f"server not SERVING after {timeout:.0f} s (last status: {last})")
+
+
+def _components(result: Any) -> Components | None:
+    if not result.HasField("components"):
+        return None
+    parts = result.components
+    return Components(parts.retriever_score, parts.reward_score if parts.HasField("reward_score") else None,
+                      parts.fused_score, parts.relevance)

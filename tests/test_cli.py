@@ -244,6 +244,24 @@ def test_rerank_file_table_output(cli_server: RunningServer, tmp_path: pathlib.P
     assert lines[2].split()[3:5] == ["1", "paris"]
 
 
+def test_rerank_explain_shows_components(cli_server: RunningServer) -> None:
+    completed = run_cli("rerank", "capital of France", "--candidate", "Bananas are yellow.",
+                        "--candidate", "Paris is the capital of France.", "--explain", *_client_args(cli_server))
+
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[1].split() == ["rank", "score", "relevance", "retriever", "reward", "index", "id", "text"]
+    first = lines[2].split()
+    # Without a reward model the score is the retriever cosine and the reward column is empty.
+    assert first[1] == first[3] and first[4] == "-" and first[5:7] == ["1", "1"]
+
+    as_json = run_cli("rerank", "capital of France", "--candidate", "Paris is the capital of France.", "--explain",
+                      "--json", *_client_args(cli_server))
+    components = json.loads(as_json.stdout)["results"][0]["components"]
+    assert components["reward_score"] is None
+    assert components["fused_score"] == pytest.approx(components["retriever_score"])
+
+
 def test_rerank_without_candidates_exits_2(cli_server: RunningServer) -> None:
     completed = run_cli("rerank", "capital of France", *_client_args(cli_server))
 

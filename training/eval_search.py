@@ -75,7 +75,13 @@ def load_claims(files: Sequence[pathlib.Path]) -> tuple[dict[str, str], dict[str
 
 
 def evaluate(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    """Return mean NDCG@10, MRR@10 and Recall@100 over the queries in qrels.
+    """Return mean NDCG@10, MRR@10 and Recall@100 over the queries in qrels."""
+    return {name: sum(values) / len(values) for name, values in evaluate_per_query(run, qrels).items()}
+
+
+def evaluate_per_query(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]
+                       ) -> dict[str, list[float]]:
+    """Return NDCG@10, MRR@10 and Recall@100 of each query in qrels, in qrels order (0 for a query without a run).
 
     trec_eval's recip_rank has no cut-off, so MRR@10 is computed on each run cut to its 10 best.
     """
@@ -84,8 +90,7 @@ def evaluate(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]])
     cut = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
     results = {}
     for measure, per_query in (("ndcg_cut_10", full), ("recall_100", full), ("recip_rank", cut)):
-        values = [per_query.get(q, {}).get(measure, 0.0) for q in qrels]
-        results[METRICS[measure]] = sum(values) / len(values)
+        results[METRICS[measure]] = [per_query.get(q, {}).get(measure, 0.0) for q in qrels]
     return results
 
 

@@ -32,11 +32,12 @@ _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 @dataclass
 class PreparedData:
-    """Pairs per split, the test split's graded lists (graded sources only) and the report."""
+    """Pairs per split, the dev and test splits' graded lists (graded sources only) and the report."""
 
     pairs: dict[str, pd.DataFrame]
     test_lists: pd.DataFrame | None
     report: dict[str, Any] = field(default_factory=dict)
+    dev_lists: pd.DataFrame | None = None
 
 
 def normalise_text(text: str) -> str:
@@ -189,7 +190,7 @@ def prepare(loaded: LoadedData, config: PrepareConfig) -> PreparedData:
 
     Returns:
         PreparedData with ``pairs[split]`` frames (``PAIR_COLUMNS``) and, for graded sources, the
-        test split's cleaned graded rows for per-group rank correlation.
+        dev and test splits' cleaned graded rows (rank correlation, calibration, ranking metrics).
     """
     dropped: Counter = Counter()
     ties: Counter = Counter()
@@ -210,10 +211,11 @@ def prepare(loaded: LoadedData, config: PrepareConfig) -> PreparedData:
     out["train"] = _sample(out["train"], config.max_pairs, config.split_seed, "train over max_pairs", dropped)
     out["dev"] = _sample(out["dev"], config.max_dev_pairs, config.split_seed, "dev over max_dev_pairs", dropped)
     out["test"] = _sample(out["test"], config.max_test_pairs, config.split_seed, "test over max_test_pairs", dropped)
-    test_lists = None
+    test_lists = dev_lists = None
     if graded is not None:
-        test_lists = graded[(assign_splits(graded["group"], fractions, config.split_seed) == "test").to_numpy()]
-        test_lists = test_lists.reset_index(drop=True)
+        graded_split = assign_splits(graded["group"], fractions, config.split_seed).to_numpy()
+        test_lists = graded[graded_split == "test"].reset_index(drop=True)
+        dev_lists = graded[graded_split == "dev"].reset_index(drop=True)
 
     report = {
         "source_kind": loaded.kind,
@@ -225,4 +227,4 @@ def prepare(loaded: LoadedData, config: PrepareConfig) -> PreparedData:
         "groups_out": {name: int(frame["group"].nunique()) for name, frame in out.items()},
     }
     logger.info("Prepared %d rows into pairs train/dev/test = %d/%d/%d", rows_in, *report["pairs_out"].values())
-    return PreparedData(out, test_lists, report)
+    return PreparedData(out, test_lists, report, dev_lists)

@@ -1,7 +1,7 @@
 """Recipes: one TOML file per domain naming the data source, preparation, training and evaluation settings.
 
-A recipe has a top-level ``name`` and ``description`` and four tables, ``[source]`` (``kind`` plus
-that loader's options, see ``training.sources``), ``[prepare]``, ``[train]`` and ``[eval]`` whose
+A recipe has a top-level ``name`` and ``description`` and five tables, ``[source]`` (``kind`` plus
+that loader's options, see ``training.sources``), ``[prepare]``, ``[train]``, ``[eval]`` and ``[fuse]`` whose
 keys are the fields of the dataclasses below. Unknown keys are rejected. Command-line flags
 (``--epochs 1 --max-pairs 2000``) override the file, so a quick run needs no edit.
 """
@@ -120,6 +120,58 @@ class EvalConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FuseConfig:
+    """Distillation, merging, fusion fitting, bundle evaluation and promotion (``make retrain``)."""
+
+    work_dir: str = _setting("artifacts/fuse", "intermediate models go to <work_dir>/<recipe>/")
+    models_dir: str = _setting("models", "bundles go to <models_dir>/<recipe>/; serve that with PREFRANK_MODELS_DIR")
+    reports_dir: str = _setting("reports", "evaluation reports go to <reports_dir>/<bundle>/")
+    distill_max_pairs: int = _setting(800, "maximum training pairs used for distillation (0 = all)")
+    distill_epochs: float = _setting(1.0, "passes over the distillation pairs")
+    distill_batch_size: int = _setting(16, "triplets per training batch")
+    distill_learning_rate: float = _setting(2e-5, "AdamW peak learning rate of the bi-encoder")
+    distill_max_length: int = _setting(256, "tokens per text when distilling; longer texts are truncated")
+    hard_negatives: str = _setting("rejected", "'rejected' uses each pair's rejected text; 'mined' mines the corpus")
+    mined_range_min: int = _setting(10, "mined negatives skip this many top ranks, where unlabelled positives sit")
+    mined_min_reward_gap: float = _setting(0.0, "keep a mined negative only when the reward model scores it more "
+                                           "than this (in logits) below the positive")
+    alphas: tuple[float, ...] = _setting((0.0, 0.25, 0.5, 0.75, 1.0), "merging weights of the distilled retriever")
+    merge_metric: str = _setting("ndcg@10", "dev metric that picks alpha: recall@100, ndcg@10, mrr@10 or accuracy")
+    gain_thresholds: tuple[float, ...] = _setting((1.0,), "graded score edges of gains 1, 2, ...; "
+                                                  "scores at or above the last edge count as relevant")
+    rerank_depth: int = _setting(30, "retrieved candidates the reward model reranks in search evaluation")
+    max_queries: int = _setting(0, "maximum dev and test graded-list groups used (0 = all); for quick runs")
+    max_corpus_docs: int = _setting(0, "search: documents in the evaluation corpus, every judged one included "
+                                    "(0 = the whole corpus)")
+    safety_recipe: str = _setting("safety-hh-harmless", "recipe whose test pairs form the safety slice; empty skips")
+    safety_pairs: int = _setting(200, "pairs in the safety slice")
+    speed_runs: int = _setting(5, "timed runs of 100 candidates per configuration; the median is reported")
+    promote_tolerance: float = _setting(0.01, "maximum allowed drop per test metric when promoting (absolute)")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
+        object.__setattr__(self, "gain_thresholds", tuple(float(g) for g in self.gain_thresholds))
+        if self.hard_negatives not in ("rejected", "mined"):
+            raise ConfigError(f"fuse.hard_negatives must be 'rejected' or 'mined', got {self.hard_negatives!r}")
+        if self.merge_metric not in ("recall@100", "ndcg@10", "mrr@10", "accuracy"):
+            raise ConfigError("fuse.merge_metric must be recall@100, ndcg@10, mrr@10 or accuracy, "
+                              f"got {self.merge_metric!r}")
+        if not self.alphas or any(not 0.0 <= a <= 1.0 for a in self.alphas):
+            raise ConfigError(f"fuse.alphas must be a non-empty list of numbers in [0, 1], got {list(self.alphas)}")
+        if not self.gain_thresholds or list(self.gain_thresholds) != sorted(set(self.gain_thresholds)):
+            raise ConfigError("fuse.gain_thresholds must be a non-empty, strictly increasing list, "
+                              f"got {list(self.gain_thresholds)}")
+        for name in ("distill_epochs", "distill_batch_size", "distill_learning_rate", "distill_max_length",
+                     "rerank_depth", "speed_runs"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"fuse.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("distill_max_pairs", "mined_range_min", "max_queries", "max_corpus_docs", "safety_pairs",
+                     "promote_tolerance"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"fuse.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
     """A whole recipe: where the data is and how to prepare, train and evaluate."""
 
@@ -130,10 +182,11 @@ class Recipe:
     prepare: PrepareConfig = _setting(None, "the [prepare] table")
     train: TrainConfig = _setting(None, "the [train] table")
     eval: EvalConfig = _setting(None, "the [eval] table")
+    fuse: FuseConfig = _setting(None, "the [fuse] table")
 
     def __post_init__(self) -> None:
         defaults = {"source": SourceConfig(), "prepare": PrepareConfig(), "train": TrainConfig(),
-                    "eval": EvalConfig()}
+                    "eval": EvalConfig(), "fuse": FuseConfig()}
         for name, default in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
@@ -142,7 +195,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"prepare": PrepareConfig, "train": TrainConfig, "eval": EvalConfig}
+_SECTIONS = {"prepare": PrepareConfig, "train": TrainConfig, "eval": EvalConfig, "fuse": FuseConfig}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -211,16 +264,21 @@ def recipe_from_dict(data: dict[str, Any], overrides: dict[str, dict[str, Any]] 
 
 
 def add_override_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per [prepare]/[train] field (``--max-pairs``, ``--epochs``); defaults come from the recipe."""
-    for section in ("prepare", "train"):
+    """Add one ``--flag`` per [prepare]/[train]/[fuse] field (``--max-pairs``); defaults come from the recipe."""
+    for section in ("prepare", "train", "fuse"):
         cls = _SECTIONS[section]
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             kind = hints[f.name]
+            if typing.get_origin(kind) is tuple:
+                parse, metavar = _parse_floats, "FLOAT,..."
+            else:
+                parse, metavar = (_parse_bool if kind is bool else kind), kind.__name__.upper()
             parser.add_argument(
                 "--" + f.name.replace("_", "-"), dest=f"{section}.{f.name}", default=None,
-                type=_parse_bool if kind is bool else kind, metavar=kind.__name__.upper(),
-                help=f"[{section}] {f.metadata['help']} (default {f.default!r})",
+                type=parse, metavar=metavar,
+                help=f"[{section}] {f.metadata['help']} (built-in default {_shown(f.default)}; "
+                     "the recipe file may set another)",
             )
 
 
@@ -229,6 +287,19 @@ def _parse_bool(raw: str) -> bool:
     if lowered not in ("1", "0", "true", "false", "yes", "no"):
         raise argparse.ArgumentTypeError(f"expected true or false, got {raw!r}")
     return lowered in ("1", "true", "yes")
+
+
+def _shown(default: Any) -> str:
+    if isinstance(default, tuple):
+        return ",".join(str(item) for item in default) or "none"
+    return repr(default)
+
+
+def _parse_floats(raw: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {raw!r}") from err
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
