@@ -311,7 +311,8 @@ def verdict(metric: str, before: Configuration, after: Configuration) -> str:
     p_value = float(ttest_rel(second, first).pvalue)
     if not p_value < SIGNIFICANCE:
         return f"no significant change, p = {p_value:.2f}"
-    return f"{'helps' if delta > 0 else 'hurts'}, p = {p_value:.3f}"
+    shown = "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+    return f"{'helps' if delta > 0 else 'hurts'}, {shown}"
 
 
 def effects(configurations: Sequence[Configuration], key_metric: str) -> list[str]:
@@ -432,7 +433,8 @@ def write_report(recipe: Recipe, bundle: Any, result: dict[str, Any], steps: dic
         f"text, {distill['mined_kept']} of {distill['mined_negatives']} mined negatives kept), teacher margins "
         f"scaled by {distill['teacher_scale']:.4f}, final loss {distill['train_loss']:.4f}, "
         f"{distill['examples_per_second']:.1f} training examples/s (each triplet once per loss).",
-        f"- Merging: alpha {merge['alpha']:.2f} chosen by dev {merge['metric']}; after rebuilding the index "
+        f"- Merging: alpha {merge['alpha']:.2f} chosen by dev {merge['metric']} (ties broken by NDCG@10, then "
+        "the smaller alpha); after reloading the saved model "
         f"the saved model gives dev {merge['metric']} {merge['recheck_dev'].get(merge['metric'], float('nan')):.4f} "
         f"(sweep: {merge['dev'].get(merge['metric'], float('nan')):.4f}).",
         "",
