@@ -65,6 +65,7 @@ from training.fusion_loop import (
     step_parser,
     work_dir,
 )
+from training.merge import TIE_BREAK
 from training.prepare import PreparedData
 from training.recipe import Recipe
 
@@ -399,6 +400,7 @@ def write_report(recipe: Recipe, bundle: Any, result: dict[str, Any], steps: dic
     else:
         key = "ndcg@10"
     merge, distill, fit = steps["merge"], steps["distill"], steps["fit-fusion"]
+    tie_break = next((name for name in TIE_BREAK if name != merge["metric"] and name in merge["dev"]), None)
     fusion: FusionModel = result["fusion"]
     where = (f"{len(task.qrels)} test queries ranking a {len(task.documents):,}-document corpus"
              if task is not None and task.corpus_mode else
@@ -422,8 +424,8 @@ def write_report(recipe: Recipe, bundle: Any, result: dict[str, Any], steps: dic
         "## What each step adds",
         "",
         "Each change is judged by a paired t-test (`scipy.stats.ttest_rel`) over the test pairs or queries: "
-        f"\"helps\" or \"hurts\" needs p < {SIGNIFICANCE}. ECE has no per-item values, so only its direction "
-        "is given.",
+        f"\"helps\" or \"hurts\" needs p < {SIGNIFICANCE}, with no correction for the many comparisons, so "
+        "expect about one false verdict in twenty. ECE has no per-item values, so only its direction is given.",
         "",
         *effects(configurations, key),
         "",
@@ -433,8 +435,8 @@ def write_report(recipe: Recipe, bundle: Any, result: dict[str, Any], steps: dic
         f"text, {distill['mined_kept']} of {distill['mined_negatives']} mined negatives kept), teacher margins "
         f"scaled by {distill['teacher_scale']:.4f}, final loss {distill['train_loss']:.4f}, "
         f"{distill['examples_per_second']:.1f} training examples/s (each triplet once per loss).",
-        f"- Merging: alpha {merge['alpha']:.2f} chosen by dev {merge['metric']} (ties broken by NDCG@10, then "
-        "the smaller alpha); after reloading the saved model "
+        f"- Merging: alpha {merge['alpha']:.2f} chosen by dev {merge['metric']} (ties broken by "
+        f"{tie_break or 'nothing'}, then the smaller alpha); after reloading, "
         f"the saved model gives dev {merge['metric']} {merge['recheck_dev'].get(merge['metric'], float('nan')):.4f} "
         f"(sweep: {merge['dev'].get(merge['metric'], float('nan')):.4f}).",
         "",

@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in result["rows"]:
         print(f"{row['alpha']:<5.2f}  " + "  ".join(f"{value:>10.4f}" for value in row["dev"].values()))
     print(f"chosen alpha {chosen['alpha']:.2f} by dev {metric} {chosen['dev'][metric]:.4f}; "
-          f"after rebuilding the index: {metric} {recheck.get(metric, float('nan')):.4f}")
+          f"after reloading the saved model: {metric} {recheck.get(metric, float('nan')):.4f}")
     print(f"model: {output}")
     return 0
 
