@@ -117,6 +117,16 @@ def test_fitted_calibration_is_monotone_bounded_and_round_trips(tmp_path, fit):
     np.testing.assert_array_equal(loaded.fuse(reward, retriever), fusion.fuse(reward, retriever))
 
 
+def test_fit_weights_handles_tiny_differences():
+    rng = np.random.default_rng(4)
+    # Differences of order 1e-4, as a barely trained reward model gives: with scikit-learn's
+    # default tol the fit stops at w = 0 after 0 iterations.
+    reward_diff, retriever_diff = 1e-4 * rng.normal(size=200), 1e-4 * rng.normal(size=200) + 2e-5
+    w_r, w_s = fit_weights(reward_diff, retriever_diff)
+    assert w_s > 0
+    assert w_r != 0.0
+
+
 def test_platt_rejects_falling_relation():
     fused = np.linspace(-3, 3, 200)
     assert fit_platt(fused, (fused < 0).astype(int)) is None

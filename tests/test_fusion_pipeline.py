@@ -126,6 +126,14 @@ def test_eval_writes_bundle_and_report(loop):
         assert (report_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_promote_again_changes_nothing(loop, capsys):
+    serving = current_version(loop["models"])
+    capsys.readouterr()
+    assert promote.main(["--recipe", str(loop["recipe_file"])]) == 0
+    assert capsys.readouterr().out.startswith(f"{serving} is already current")
+    assert current_version(loop["models"]) == serving
+
+
 def test_promote_rejects_worse_candidate(loop, capsys):
     serving = current_version(loop["models"])
     bundle = read_bundle(loop["models"] / serving)

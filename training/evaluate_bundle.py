@@ -456,7 +456,8 @@ def write_report(recipe: Recipe, bundle: Any, result: dict[str, Any], steps: dic
         "",
         *[f"![{name[:-4]}]({name})" for name in files],
         "",
-        f"Bundle: `{bundle.directory}`. Promote it with `make promote RECIPE={recipe.name}`.",
+        f"Bundle: `{bundle.directory}`. `make promote RECIPE={recipe.name}` points `current` at it unless it "
+        "is worse than the current bundle (`make retrain` runs that step itself).",
         "",
     ]
     path = directory / "report.md"
@@ -476,7 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_inputs_current(recipe, reward_dir, steps)
         result = evaluate(recipe, prepared, reward_dir)
         bundle = write_candidate_bundle(recipe, prepared, reward_dir, result, steps)
-        report = write_report(recipe, bundle, result, steps, f"make eval RECIPE={recipe.name}")
+        overrides = list(argv if argv is not None else sys.argv[1:])
+        overrides = [arg for i, arg in enumerate(overrides)
+                     if arg != "--recipe" and (i == 0 or overrides[i - 1] != "--recipe")]
+        command = f"make eval RECIPE={recipe.name}" + (f" ARGS=\"{' '.join(overrides)}\"" if overrides else "")
+        report = write_report(recipe, bundle, result, steps, command)
     except (PrefrankError, ValueError) as err:
         print(f"error: {getattr(err, 'message', err)}", file=sys.stderr)
         return 2

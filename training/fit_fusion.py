@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 # Inverse regularisation strength: weak, so the weights follow the data, but finite so that
 # separable dev data still gives finite weights.
 LOGISTIC_C = 100.0
+LOGISTIC_TOL = 1e-10
 
 
 def fit_weights(reward_diff: np.ndarray, retriever_diff: np.ndarray) -> tuple[float, float]:
@@ -57,8 +58,15 @@ def fit_weights(reward_diff: np.ndarray, retriever_diff: np.ndarray) -> tuple[fl
     features = np.column_stack([reward_diff, retriever_diff]).astype(np.float64)
     inputs = np.vstack([features, -features])
     labels = np.concatenate([np.ones(len(features)), np.zeros(len(features))])
-    model = LogisticRegression(C=LOGISTIC_C, fit_intercept=False, max_iter=1000).fit(inputs, labels)
+    # lbfgs starts at w = 0, where the gradient scales with the feature differences. With tiny
+    # differences (a weak reward model) it is below the default tol of 1e-4, and the fit would
+    # stop at zero weights after 0 iterations.
+    model = LogisticRegression(C=LOGISTIC_C, fit_intercept=False, tol=LOGISTIC_TOL, max_iter=10_000)
+    model.fit(inputs, labels)
     w_r, w_s = (float(w) for w in model.coef_[0])
+    if w_r == 0.0 and w_s == 0.0:
+        raise ValueError("the fusion fit gave zero weights for both the reward and the retriever score, so every "
+                         "candidate would get the same score; check that the dev pairs are not all ties")
     return w_r, w_s
 
 
@@ -182,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = work_dir(recipe) / FUSION_FILE
     save_fusion(fusion, path)
     write_step(recipe, "fit-fusion", {**measured, "fusion": fusion.to_json(), "reward": str(reward_dir),
-                                      "retriever": str(merged), "merge_created": steps["merge"]["created"]})
+                                      "retriever": str(merged), "merge_created": steps["merge"].get("created")})
     accuracy = measured["dev_accuracy"]
     print(f"weights: reward {fusion.reward_weight:.4f}, retriever {fusion.retriever_weight:.4f}; dev accuracy "
           f"reward {accuracy['reward']:.4f}, retriever {accuracy['retriever']:.4f}, fused {accuracy['fused']:.4f}")

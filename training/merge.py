@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_step(recipe, "merge", {
         "metric": metric, "alpha": chosen["alpha"], "dev": chosen["dev"], "recheck_dev": recheck,
         "sweep": result["rows"], "corpus_docs": result["corpus_docs"], "base": base_dir, "distilled": str(tuned_dir),
-        "teacher": distilled["teacher"], "distill_created": distilled["created"],
+        "teacher": distilled.get("teacher"), "distill_created": distilled.get("created"),
     })
     print("alpha  " + "  ".join(f"{name:>10}" for name in chosen["dev"]))
     for row in result["rows"]:

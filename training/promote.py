@@ -55,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: no bundle in {models_dir}; run `make eval RECIPE={recipe.name}` first", file=sys.stderr)
             return EXIT_ERROR
         previous = current_version(models_dir)
-        if previous and previous != candidate:
+        if previous == candidate:
+            print(f"{candidate} is already current in {models_dir}; nothing changed")
+            return 0
+        if previous:
             problem = comparability_problem(read_bundle(models_dir / candidate), read_bundle(models_dir / previous))
             if problem:
                 raise PromotionRejectedError(f"bundle {candidate} cannot be compared with current bundle {previous}: "
