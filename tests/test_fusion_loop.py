@@ -164,7 +164,8 @@ def test_calibration_beats_raw_sigmoid_on_real_dev_slice():
     """SciFact dev lists scored by the bundled retriever: held-out calibrated ECE < sigmoid(f) ECE."""
     require_data("scifact")
     from prefrank.retrieval.encoder import load_bi_encoder
-    from training.fusion_loop import cosine_text_scorer, graded_rows
+    from training.evaluate_reward import cosine_text_scorer
+    from training.fusion_loop import graded_rows
     from training.prepare import prepare
     from training.recipe import PrepareConfig
     from training.sources import load_source

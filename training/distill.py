@@ -31,11 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.evaluate_reward import cached, reward_scorer
+from training.evaluate_reward import TextScorer, cached, cosine_text_scorer, reward_scorer
 from training.fusion_loop import (
     DISTILLED_DIR,
     configure_logging,
-    cosine_text_scorer,
     load_corpus,
     load_cross_encoder,
     load_step_inputs,
@@ -91,14 +90,12 @@ def mined_triplets(recipe: Recipe, triplets: pd.DataFrame, model: Any) -> pd.Dat
     return mined.assign(source="mined")
 
 
-def teacher_labels(triplets: pd.DataFrame, teacher: Any, student: Any, batch_size: int) -> tuple[np.ndarray, float]:
-    """Return the scaled teacher margins and the scale.
+def teacher_labels(triplets: pd.DataFrame, reward: TextScorer, cosine: TextScorer) -> tuple[np.ndarray, float]:
+    """Return the teacher's reward margins and the scale that maps them onto the student's cosine margins.
 
     scale = std(student cosine margins) / std(teacher reward margins), so MarginMSE trains the
     student toward margins of its own magnitude.
     """
-    reward = cached(reward_scorer(teacher, batch_size))
-    cosine = cosine_text_scorer(student)
 
     def margins(score) -> np.ndarray:
         positive = score(triplets[["query", "positive"]].set_axis(["query", "text"], axis=1))
@@ -136,13 +133,15 @@ def distill(recipe: Recipe, prepared: PreparedData, reward_dir: pathlib.Path, ou
 
     # Build the triplets: rejected texts, plus mined negatives the teacher agrees are worse.
     triplets = training_triplets(recipe, prepared)
-    teacher = load_cross_encoder(reward_dir, recipe.train.max_length)
+    # Cached, so the mined triplets scored for filtering are not scored again for the labels.
+    reward = cached(reward_scorer(load_cross_encoder(reward_dir, recipe.train.max_length), recipe.eval.batch_size))
+    cosine = cached(cosine_text_scorer(load_bi_encoder(base, "cpu", 32)))
     mined_kept = mined_total = 0
     if config.hard_negatives == "mined":
         mined = mined_triplets(recipe, triplets, student)
         mined_total = len(mined)
         if mined_total:
-            gap, _ = teacher_labels(mined, teacher, load_bi_encoder(base, "cpu", 32), recipe.eval.batch_size)
+            gap, _ = teacher_labels(mined, reward, cosine)
             mined = mined[gap > config.mined_min_reward_gap]
             mined_kept = len(mined)
             triplets = pd.concat([triplets, mined], ignore_index=True)
@@ -151,9 +150,8 @@ def distill(recipe: Recipe, prepared: PreparedData, reward_dir: pathlib.Path, ou
     if triplets.empty:
         raise ValueError(f"recipe {recipe.name!r} has no training pairs to distil; check --distill-max-pairs "
                          "and the data report of `make train-reward`")
-    teacher_margin, scale = teacher_labels(triplets, teacher, load_bi_encoder(base, "cpu", 32),
-                                           recipe.eval.batch_size)
-    del teacher
+    teacher_margin, scale = teacher_labels(triplets, reward, cosine)
+    del reward, cosine
     logger.info("Teacher margins: mean %.3f, std %.3f; scaled by %.4f to the student's cosine margins",
                 float(np.mean(teacher_margin)), float(np.std(teacher_margin)), scale)
 

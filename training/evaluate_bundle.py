@@ -42,14 +42,20 @@ import numpy as np
 import pandas as pd
 
 from prefrank.scoring.fusion import FusionModel, load_fusion
-from training.evaluate_reward import TextScorer, cached, pairwise_accuracy, reward_scorer, score_pairs
+from training.evaluate_reward import (
+    TextScorer,
+    cached,
+    cosine_text_scorer,
+    pairwise_accuracy,
+    reward_scorer,
+    score_pairs,
+)
 from training.fusion_loop import (
     FUSION_FILE,
     MERGED_DIR,
     RankingTask,
     check_inputs_current,
     configure_logging,
-    cosine_text_scorer,
     expected_calibration_error,
     labelled_rows,
     load_corpus,
@@ -183,9 +189,9 @@ def evaluate(recipe: Recipe, prepared: PreparedData, reward_dir: pathlib.Path) -
     if task is not None:
         depth = recipe.fuse.rerank_depth if task.corpus_mode else 1_000_000
         base_run, merged_run = retrieve(base, task), retrieve(merged, task)
-        configurations[0].run = {q: hits for q, hits in base_run.items()}
+        configurations[0].run = base_run
         configurations[1].run = rerank(task, base_run, lambda rows: reward(rows), depth)
-        configurations[2].run = {q: hits for q, hits in merged_run.items()}
+        configurations[2].run = merged_run
         configurations[3].run = rerank(
             task, merged_run, lambda rows: fusion.fuse(reward(rows), rows["cosine"].to_numpy()), depth)
 

@@ -47,17 +47,22 @@ def reward_scorer(model: Any, batch_size: int = 64) -> TextScorer:
 
 def cosine_scorer(model_dir: str, batch_size: int = 64) -> TextScorer:
     """Score with the cosine of an untrained sentence-transformers bi-encoder (the retriever alone)."""
-    from sentence_transformers import SentenceTransformer
+    from prefrank.retrieval.encoder import load_bi_encoder
 
-    encoder = SentenceTransformer(model_dir, device="cpu", local_files_only=True)
+    return cosine_text_scorer(load_bi_encoder(model_dir, "cpu", batch_size))
+
+
+def cosine_text_scorer(encoder: Any) -> TextScorer:
+    """Score (query, text) rows with a BiEncoder's cosine, embedding each distinct text once."""
 
     def score(rows: pd.DataFrame) -> np.ndarray:
-        texts = pd.unique(pd.concat([rows["query"], rows["text"]]))
-        vectors = encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=len(texts) > 2000)
+        texts = list(dict.fromkeys([*rows["query"], *rows["text"]]))
+        if not texts:
+            return np.zeros(0)
+        vectors = encoder.encode(texts, show_progress_bar=len(texts) > 2000)
         position = {text: i for i, text in enumerate(texts)}
-        queries = vectors[[position[text] for text in rows["query"]]]
-        candidates = vectors[[position[text] for text in rows["text"]]]
+        queries = vectors[[position[t] for t in rows["query"]]]
+        candidates = vectors[[position[t] for t in rows["text"]]]
         return np.einsum("ij,ij->i", queries, candidates).astype(np.float64)
 
     return score

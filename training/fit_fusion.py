@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 
 from prefrank.scoring.fusion import Calibrator, FusionModel, save_fusion
-from training.evaluate_reward import cached, pairwise_accuracy, reward_scorer, score_pairs
+from training.evaluate_reward import cached, cosine_text_scorer, pairwise_accuracy, reward_scorer, score_pairs
 from training.fusion_loop import (
     FUSION_FILE,
     MERGED_DIR,
     check_inputs_current,
     configure_logging,
-    cosine_text_scorer,
     expected_calibration_error,
     labelled_rows,
     load_cross_encoder,

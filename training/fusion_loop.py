@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from prefrank.errors import ModelLoadError
-from training.evaluate_reward import TextScorer
 from training.prepare import PreparedData
 from training.recipe import Recipe
 
@@ -68,13 +67,12 @@ def write_step(recipe: Recipe, step: str, data: dict[str, Any]) -> pathlib.Path:
     return path
 
 
-# Each step's record names the inputs it was built from: step -> (key in its record, the step
-# or reward model that key refers to).
+# Each step's record names the inputs it was built from: step (also its make target) -> (key in
+# its record, the step or reward model that key refers to).
 _INPUTS = {
     "merge": (("teacher", "reward"), ("distill_created", "distill")),
     "fit-fusion": (("reward", "reward"), ("merge_created", "merge")),
 }
-_TARGETS = {"distill": "distill", "merge": "merge", "fit-fusion": "fit-fusion"}
 
 
 def check_inputs_current(recipe: Recipe, reward_dir: pathlib.Path, steps: dict[str, dict[str, Any]]) -> None:
@@ -99,7 +97,7 @@ def check_inputs_current(recipe: Recipe, reward_dir: pathlib.Path, steps: dict[s
             if expected is not None and record.get(key) != expected:
                 raise ModelLoadError(
                     f"the {step} output is older than its input ({source}: {record.get(key)} vs {expected}); "
-                    f"run `make {_TARGETS[step]} RECIPE={recipe.name}` again"
+                    f"run `make {step} RECIPE={recipe.name}` again"
                 )
 
 
@@ -376,22 +374,6 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
 
 
 # --- scorers --------------------------------------------------------------------------------------
-
-def cosine_text_scorer(encoder: Any) -> TextScorer:
-    """Score (query, text) rows with a BiEncoder's cosine, embedding each distinct text once."""
-
-    def score(rows: pd.DataFrame) -> np.ndarray:
-        texts = list(dict.fromkeys([*rows["query"], *rows["text"]]))
-        if not texts:
-            return np.zeros(0)
-        vectors = encoder.encode(texts, show_progress_bar=len(texts) > 2000)
-        position = {text: i for i, text in enumerate(texts)}
-        queries = vectors[[position[t] for t in rows["query"]]]
-        candidates = vectors[[position[t] for t in rows["text"]]]
-        return np.einsum("ij,ij->i", queries, candidates).astype(np.float64)
-
-    return score
-
 
 def load_cross_encoder(directory: pathlib.Path, max_length: int) -> Any:
     from sentence_transformers import CrossEncoder

@@ -23,14 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from training.evaluate_reward import pairwise_accuracy, score_pairs
+from training.evaluate_reward import cosine_text_scorer, pairwise_accuracy, score_pairs
 from training.fusion_loop import (
     DISTILLED_DIR,
     MERGED_DIR,
     RankingTask,
     check_inputs_current,
     configure_logging,
-    cosine_text_scorer,
     load_corpus,
     load_step_inputs,
     ranking_metrics,

@@ -25,6 +25,14 @@ def _setting(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasse
     return field(default=default, metadata={"help": help})
 
 
+def _require_bound(config: Any, section: str, names: tuple[str, ...], *, positive: bool) -> None:
+    """Raise ConfigError naming the first setting that is not > 0 (positive) or not >= 0."""
+    for name in names:
+        value = getattr(config, name)
+        if value <= 0 if positive else value < 0:
+            raise ConfigError(f"{section}.{name} must be {'>' if positive else '>='} 0, got {value}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceConfig:
     """The loader that reads the data, and its options (paths relative to PREFRANK_DATA_DIR)."""
@@ -60,12 +68,9 @@ class PrepareConfig:
                 f"prepare.dev_fraction ({self.dev_fraction}) and test_fraction ({self.test_fraction}) must be in "
                 "[0, 1) and (0, 1) with a sum below 1, so training keeps some groups"
             )
-        for name in ("max_query_chars", "max_candidate_chars"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"prepare.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_pairs_per_group", "max_pairs", "max_dev_pairs", "max_test_pairs", "min_score_gap"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"prepare.{name} must be >= 0, got {getattr(self, name)}")
+        _require_bound(self, "prepare", ("max_query_chars", "max_candidate_chars"), positive=True)
+        _require_bound(self, "prepare", ("max_pairs_per_group", "max_pairs", "max_dev_pairs", "max_test_pairs",
+                                         "min_score_gap"), positive=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,14 +97,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.bf16 not in ("auto", "on", "off"):
             raise ConfigError(f"train.bf16 must be 'auto', 'on' or 'off', got {self.bf16!r}")
-        for name in ("epochs", "batch_size", "gradient_accumulation", "learning_rate", "max_length"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
+        _require_bound(self, "train", ("epochs", "batch_size", "gradient_accumulation", "learning_rate",
+                                       "max_length"), positive=True)
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("eval_steps", "margin_scale", "max_grad_norm", "torch_threads", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        _require_bound(self, "train", ("eval_steps", "margin_scale", "max_grad_norm", "torch_threads",
+                                       "weight_decay"), positive=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,14 +164,10 @@ class FuseConfig:
         if not self.gain_thresholds or list(self.gain_thresholds) != sorted(set(self.gain_thresholds)):
             raise ConfigError("fuse.gain_thresholds must be a non-empty, strictly increasing list, "
                               f"got {list(self.gain_thresholds)}")
-        for name in ("distill_epochs", "distill_batch_size", "distill_learning_rate", "distill_max_length",
-                     "rerank_depth", "speed_runs"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"fuse.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("distill_max_pairs", "mined_range_min", "max_queries", "max_corpus_docs", "safety_pairs",
-                     "promote_tolerance"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"fuse.{name} must be >= 0, got {getattr(self, name)}")
+        _require_bound(self, "fuse", ("distill_epochs", "distill_batch_size", "distill_learning_rate",
+                                      "distill_max_length", "rerank_depth", "speed_runs"), positive=True)
+        _require_bound(self, "fuse", ("distill_max_pairs", "mined_range_min", "max_queries", "max_corpus_docs",
+                                      "safety_pairs", "promote_tolerance"), positive=False)
 
 
 @dataclass(frozen=True, kw_only=True)
