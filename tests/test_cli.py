@@ -253,7 +253,9 @@ def test_rerank_explain_shows_components(cli_server: RunningServer) -> None:
     assert lines[1].split() == ["rank", "score", "relevance", "retriever", "reward", "index", "id", "text"]
     first = lines[2].split()
     # Without a reward model the score is the retriever cosine and the reward column is empty.
-    assert first[1] == first[3] and first[4] == "-" and first[5:7] == ["1", "1"]
+    assert first[1] == first[3]
+    assert first[4] == "-"
+    assert first[5:7] == ["1", "1"]
 
     as_json = run_cli("rerank", "capital of France", "--candidate", "Paris is the capital of France.", "--explain",
                       "--json", *_client_args(cli_server))

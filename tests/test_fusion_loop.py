@@ -157,7 +157,8 @@ def test_ranking_metrics_and_rerank_keep_the_tail():
     assert [d for d, _ in reranked["q"]] == ["c", "b", "a"]
     perfect = rerank(task, retrieved, lambda rows: (rows["text"] == "A").to_numpy(dtype=float), depth=3)
     metrics = ranking_metrics(task, perfect)
-    assert metrics["ndcg@10"] == pytest.approx(1.0) and metrics["recall@100"] == pytest.approx(1.0)
+    assert metrics["ndcg@10"] == pytest.approx(1.0)
+    assert metrics["recall@100"] == pytest.approx(1.0)
 
 
 def test_calibration_beats_raw_sigmoid_on_real_dev_slice():

@@ -92,7 +92,7 @@ def test_distill_and_merge_outputs(loop):
     assert [row["alpha"] for row in merged["sweep"]] == [0.0, 0.5, 1.0]
     assert merged["alpha"] in (0.0, 0.5, 1.0)
     assert merged["metric"] == "ndcg@10"
-    # The saved model, reloaded into a fresh index, reproduces the sweep's number for its alpha.
+    # The saved model, reloaded from disk, reproduces the sweep's number for its alpha.
     assert merged["recheck_dev"]["ndcg@10"] == pytest.approx(merged["dev"]["ndcg@10"], abs=1e-5)
     assert (loop["work"] / "merged" / "config.json").is_file()
 
@@ -192,7 +192,7 @@ def test_later_step_rejects_split_change(loop, capsys):
     assert "--split-seed other differs from the reward model's prefrank" in message
 
 
-def test_service_serves_promoted_bundle_with_explanations(loop, start_server, tmp_path):
+def test_service_explains_promoted_bundle(loop, start_server, tmp_path):
     version = current_version(loop["models"])
     running = start_server(models_dir=str(loop["models"]), index_dir=tmp_path / "index")
     texts = ["This is an accurate translation of the talk.", "Banana the of talk accurate is",

@@ -114,7 +114,7 @@ def distill(recipe: Recipe, prepared: PreparedData, reward_dir: pathlib.Path, ou
     """Fine-tune the bundled bi-encoder on reward margins and save it to output.
 
     Returns:
-        What was measured: triplet counts, teacher scale, losses, seconds and triplets per second.
+        What was measured: triplet counts, teacher scale, losses, seconds and training examples per second.
     """
     import torch
     from datasets import Dataset, DatasetDict

@@ -318,8 +318,8 @@ def verdict(metric: str, before: Configuration, after: Configuration) -> str:
     p_value = float(ttest_rel(second, first).pvalue)
     if not p_value < SIGNIFICANCE:
         return f"no significant change, p = {p_value:.2f}"
-    shown = "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
-    return f"{'helps' if delta > 0 else 'hurts'}, {shown}"
+    p_text = "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+    return f"{'helps' if delta > 0 else 'hurts'}, {p_text}"
 
 
 def effects(configurations: Sequence[Configuration], key_metric: str) -> list[str]:

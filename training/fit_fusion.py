@@ -109,13 +109,13 @@ def choose_calibration(fused: np.ndarray, labels: np.ndarray, groups: np.ndarray
     first = np.array([g in half for g in groups])
     errors: dict[str, list[float]] = {"platt": [], "isotonic": []}
     for fit_mask in (first, ~first):
-        held = ~fit_mask
-        if not fit_mask.any() or not held.any():
+        held_out = ~fit_mask
+        if not fit_mask.any() or not held_out.any():
             continue
         for name, fit in (("platt", fit_platt), ("isotonic", fit_isotonic)):
             calibrator = fit(fused[fit_mask], labels[fit_mask])
             if calibrator is not None:
-                errors[name].append(expected_calibration_error(calibrator.apply(fused[held]), labels[held]))
+                errors[name].append(expected_calibration_error(calibrator.apply(fused[held_out]), labels[held_out]))
     ece = {f"ece_{name}": float(np.mean(values)) for name, values in errors.items() if values}
     platt = fit_platt(fused, labels)
     use_platt = platt is not None and ece.get("ece_platt", np.inf) <= ece.get("ece_isotonic", np.inf)
@@ -156,7 +156,7 @@ def fit_fusion(recipe: Recipe, prepared: PreparedData, reward: Any, retriever: A
         "dev_ece_after_refit": expected_calibration_error(calibrator.apply(fused), labels),
     }
     # NOTE: the first-stage weight stays 0 because no prepared dataset carries a caller's
-    # first-stage score; fitting it needs dev pairs with that score as a third feature.
+    # first-stage score. Fitting it needs dev pairs with that score as a third feature.
     fusion = FusionModel(
         reward_weight=w_r, retriever_weight=w_s, bias=0.0, calibrator=calibrator,
         metadata={"fit_on": "dev", "recipe": recipe.name, "method": "logistic regression on pair differences",

@@ -143,10 +143,10 @@ def load_step_inputs(args: argparse.Namespace) -> tuple[Recipe, PreparedData, pa
         # The reward model's split settings define dev and test, so a later step may not change them.
         trained = recipe_from_dict(trained_with).prepare
         for name in SPLIT_SETTINGS:
-            given = overrides.get("prepare", {}).get(name)
-            if given is not None and given != getattr(trained, name):
+            override = overrides.get("prepare", {}).get(name)
+            if override is not None and override != getattr(trained, name):
                 raise ConfigError(
-                    f"--{name.replace('_', '-')} {given} differs from the reward model's {getattr(trained, name)} "
+                    f"--{name.replace('_', '-')} {override} differs from the reward model's {getattr(trained, name)} "
                     f"({reward_dir}); the split must stay the same in every step, so retrain the reward model "
                     "with the new value first"
                 )
@@ -165,8 +165,8 @@ def load_step_inputs(args: argparse.Namespace) -> tuple[Recipe, PreparedData, pa
         for name in ("dev_lists", "test_lists"):
             lists = getattr(prepared, name)
             if lists is not None:
-                kept = set(pd.unique(lists["group"])[:recipe.fuse.max_queries])
-                setattr(prepared, name, lists[lists["group"].isin(kept)].reset_index(drop=True))
+                first_groups = set(pd.unique(lists["group"])[:recipe.fuse.max_queries])
+                setattr(prepared, name, lists[lists["group"].isin(first_groups)].reset_index(drop=True))
     return recipe, prepared, reward_dir
 
 
@@ -278,7 +278,7 @@ def retrieve(encoder: Any, task: RankingTask, depth: int = RETRIEVAL_DEPTH) -> R
     """Rank documents for every query by retriever cosine.
 
     Corpus mode embeds the corpus into a flat FAISS index (prefrank's VectorIndex, as the service
-    builds it) and searches the top ``depth``; list mode scores each query's own list.
+    builds it) and searches the top ``depth``. List mode scores each query's own list.
 
     Args:
         encoder: A ``prefrank.retrieval.encoder.BiEncoder``.
@@ -384,8 +384,8 @@ def load_cross_encoder(directory: pathlib.Path, max_length: int) -> Any:
 def labelled_rows(recipe: Recipe, lists: pd.DataFrame | None, pairs: pd.DataFrame) -> pd.DataFrame:
     """Return rows with a binary label for calibration and ECE.
 
-    Graded lists give label 1 where the score reaches the last of ``fuse.gain_thresholds``;
-    without lists, each pair's chosen text is 1 and its rejected text 0.
+    Graded lists give label 1 where the score reaches the last of ``fuse.gain_thresholds``.
+    Without lists, each pair's chosen text is 1 and its rejected text 0.
     """
     if lists is not None and len(lists):
         rows = graded_rows(lists)

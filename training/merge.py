@@ -6,9 +6,10 @@ exactly). For each alpha in ``fuse.alphas`` the merged retriever ranks the dev s
 corpus for search recipes, each query's graded list otherwise. The alpha with the best
 ``fuse.merge_metric`` wins. A tie goes to the better NDCG@10 (or, when that is the merge metric
 or missing, pairwise accuracy), then to the smaller alpha, the one closer to the base model.
-The chosen model is saved, loaded back through prefrank's BiEncoder (for search, into a fresh
-FAISS index as the service builds it), and dev is ranked again; the step fails when the saved
-model does not reproduce the sweep's number. Output: ``<fuse.work_dir>/<recipe>/merged/`` and ``merge.json``.
+The chosen model is saved and loaded back through prefrank's BiEncoder (for search, into a
+fresh FAISS index as the service builds it), and dev is ranked again. The step fails when the
+saved model does not reproduce the sweep's number. Output: ``<fuse.work_dir>/<recipe>/merged/``
+and ``merge.json``.
 """
 
 from __future__ import annotations
@@ -117,15 +118,15 @@ def dev_metrics(encoder: Any, task: RankingTask | None, prepared: PreparedData) 
 
 def selection_metric(recipe: Recipe, task: RankingTask | None) -> str:
     """Return the recipe's merge metric, or the closest one this data can measure."""
-    wanted = recipe.fuse.merge_metric
-    chosen = wanted
+    configured = recipe.fuse.merge_metric
+    chosen = configured
     if task is None:
         chosen = "accuracy"
-    elif wanted == "recall@100" and not task.corpus_mode:
+    elif configured == "recall@100" and not task.corpus_mode:
         chosen = "ndcg@10"
-    if chosen != wanted:
+    if chosen != configured:
         logger.warning("Recipe %s: merge_metric %s cannot be measured on this data; choosing alpha by dev %s",
-                       recipe.name, wanted, chosen)
+                       recipe.name, configured, chosen)
     return chosen
 
 
